@@ -1,0 +1,3 @@
+from clerk_sync.cli import main
+
+main()

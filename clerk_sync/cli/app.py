@@ -1,0 +1,104 @@
+"""The typer app and its global options. Command modules in this package register on ``app``.
+
+Commands stay thin: parse, call one function of the package, print. ``main()`` turns every
+``ClerkSyncError`` into one line on stderr and its exit code; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clerk_sync import __version__
+from clerk_sync.config import Settings, load_settings
+from clerk_sync.errors import ClerkSyncError
+
+app = typer.Typer(
+    name="clerk-sync",
+    help="Mirror Clerk instances into SQL and turn every change into a webhook-shaped event.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class AppState:
+    """What the global options decided; settings are loaded on first use."""
+
+    config_path: Path | None = None
+    debug: bool = False
+    log_format: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the config file and environment (loaded once)."""
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+STATE = AppState()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clerk-sync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (else $CLERK_SYNC_CONFIG, ./clerk-sync.toml).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="auto | json | text (default: config log.format).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    STATE.config_path = config
+    STATE.debug = debug
+    STATE.log_format = log_format
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point: run the app, map our errors to one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ClerkSyncError as exc:
+        if STATE.debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if STATE.debug:
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+        sys.exit(1)

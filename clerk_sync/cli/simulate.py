@@ -1,0 +1,1 @@
+"""``clerk-sync simulate``: serve the fake Clerk Backend API on loopback."""
