@@ -4,6 +4,7 @@ from clerk_sync.cli import app as _app_module
 from clerk_sync.cli.app import app, main
 
 # Command modules (importing them registers their commands).
+from clerk_sync.cli import deliver  # noqa: E402,F401  (deliver, sinks)
 from clerk_sync.cli import simulate  # noqa: E402,F401  (simulate)
 
 __all__ = ["_app_module", "app", "main"]
