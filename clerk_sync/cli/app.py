@@ -92,12 +92,11 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors and the unexpected
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()  # typer's (vendored click) usage errors: message plus usage, exit 2
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if STATE.debug:
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)

@@ -54,7 +54,12 @@ def _seed(db: Database, tenant: str, n: int) -> int:
     with db.transaction() as conn:
         tid = conn.execute(
             Tenant.__table__.insert().values(  # type: ignore[attr-defined]
-                name=tenant, created_ms=now_ms(), updated_ms=now_ms(), event_seq=n, key_status="ok", enabled=True
+                name=tenant,
+                created_ms=now_ms(),
+                updated_ms=now_ms(),
+                event_seq=n,
+                key_status="ok",
+                enabled=True,
             )
         ).inserted_primary_key[0]
         for seq in range(1, n + 1):
