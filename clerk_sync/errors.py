@@ -17,7 +17,8 @@
     │   ├── ClerkFatalError             retrying cannot help
     │   │   ├── KeyRejectedError        401/403: the key is invalid, revoked or not allowed
     │   │   ├── NotFoundError           404
-    │   │   └── BadRequestError         422 and other 4xx: a bug on our side
+    │   │   ├── BadRequestError         422 and other 4xx: a bug on our side
+    │   │   └── ReadOnlyViolationError  a non-GET request was attempted (never sent): a bug
     │   └── ClerkRetriableError         worth another try, within the retry policy
     │       ├── RateLimitedError        429 (carries ``retry_after_s``)
     │       ├── ServerError             5xx
@@ -116,6 +117,10 @@ class NotFoundError(ClerkFatalError):
 
 class BadRequestError(ClerkFatalError):
     """422 or another 4xx: Clerk refused our parameters; this is a bug in clerk-sync."""
+
+
+class ReadOnlyViolationError(ClerkFatalError):
+    """Something tried to send a non-GET request to Clerk; it was stopped before leaving the process."""
 
 
 class ClerkRetriableError(ClerkError):

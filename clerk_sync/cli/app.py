@@ -66,6 +66,7 @@ def _global(
     ] = False,
 ) -> None:
     STATE.config_path = config
+    STATE._settings = None  # a new invocation (tests run several in one process) reads config anew
     STATE.debug = debug
     STATE.log_format = log_format
 
@@ -79,7 +80,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def main() -> None:
     """Console entry point: run the app, map our errors to one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer *returns* the code of a typer.Exit instead of raising it.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except ClerkSyncError as exc:
         if STATE.debug:
             raise

@@ -49,3 +49,12 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_that_fails_exits_non_zero(tmp_path: Path) -> None:
+    # `deliver` with no sinks configured ends the command with an error.
+    result = run_cli("deliver", env={"CLERK_SYNC_STATE_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: no sinks configured: add a [[sinks]] table to the config (see config.example.toml)"
+    ]

@@ -1,0 +1,56 @@
+"""Validate objects against a component schema of Clerk's OpenAPI 3.0 specs with jsonschema.
+
+OpenAPI 3.0 is not JSON Schema: ``nullable: true`` becomes a ``null`` alternative, and
+``discriminator`` (an OpenAPI hint) is dropped. ``$ref: '#/components/schemas/X'`` then resolves
+inside the converted document, which serves as the root of every validation.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "clerk-openapi"
+BAPI = SPEC_DIR / "bapi-2026-05-12.yml"
+WEBHOOKS = SPEC_DIR / "webhooks-2025-04-15.yml"
+
+
+def _convert(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_convert(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _convert(v) for k, v in node.items() if k != "discriminator"}
+    if out.pop("nullable", False):
+        if isinstance(out.get("type"), str) and not ({"oneOf", "anyOf", "allOf"} & out.keys()):
+            out["type"] = [out["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
+        else:
+            return {"anyOf": [{"type": "null"}, out]}
+    return out
+
+
+@functools.cache
+def _components(path: Path) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    doc = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 (a safe loader)
+    return {"components": {"schemas": _convert(doc["components"]["schemas"])}}
+
+
+def validator(path: Path, name: str) -> jsonschema.Draft7Validator:
+    """A validator for ``components.schemas.<name>`` of the spec at ``path``."""
+    root = _components(path)
+    assert name in root["components"]["schemas"], name
+    return jsonschema.Draft7Validator({**root, "$ref": f"#/components/schemas/{name}"})
+
+
+def errors(path: Path, name: str, obj: Any) -> list[str]:
+    """Every validation error of ``obj`` (empty when it is valid)."""
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(path, name).iter_errors(obj)
+    ]
