@@ -76,10 +76,26 @@ class MirrorObject(SQLModel, table=True):
     """user id of a session, organization id of a membership."""
     first_seen_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_seen_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    """When a pass last wrote the row (content or activity moved); unchanged objects are not rewritten."""
     seen_pass: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
-    """Id of the last full pass that saw this object (deletion inference)."""
+    """Id of the last full pass that wrote this row; unchanged rows are stamped in ``mirror_seen``."""
     deleted_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     """Tombstone: when we concluded the object was deleted."""
+
+
+class MirrorSeen(SQLModel, table=True):
+    """Objects a full pass saw unchanged: small rows, so a resync need not rewrite the mirror.
+
+    Deletion candidates of a pass are the live mirror rows neither stamped (``seen_pass``, set when
+    the pass wrote the row) nor listed here; the pass clears its rows when it completes.
+    """
+
+    __tablename__ = "mirror_seen"
+
+    tenant_id: int = Field(primary_key=True)
+    resource: str = Field(primary_key=True)
+    pass_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    object_id: str = Field(primary_key=True)
 
 
 class SyncRun(SQLModel, table=True):
@@ -105,6 +121,8 @@ class SyncRun(SQLModel, table=True):
     error: str | None = None
     cursor: str | None = None
     """Resume point of an unfinished full pass (JSON)."""
+    pass_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """The full pass this run belongs to: its own id, or the id of the run it resumed."""
 
 
 class Watermark(SQLModel, table=True):
@@ -158,6 +176,24 @@ class Lease(SQLModel, table=True):
     scope: str = Field(primary_key=True)
     owner: str
     lease_until_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class SessionCheck(SQLModel, table=True):
+    """Per user: what decides when to list their sessions again (see ``session_policy.py``)."""
+
+    __tablename__ = "session_check"
+
+    tenant_id: int = Field(primary_key=True)
+    user_id: str = Field(primary_key=True)
+    sign_in_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """Latest ``last_sign_in_at`` known for the user."""
+    checked_sign_in_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """``sign_in_ms`` as it was at the last check."""
+    checked_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """When the user's sessions were last listed; null: never."""
+    active_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    open_sessions: int = 0
+    next_expiry_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class SchemaVersion(SQLModel, table=True):

@@ -1,0 +1,73 @@
+"""Validate events against Clerk's webhook schemas (``webhooks-2025-04-15.yml``).
+
+The file is OpenAPI 3.0, so ``nullable: true`` is turned into JSON-schema ``null`` alternatives
+before validating with jsonschema; each event type's schema is
+``x-webhooks.<type>.post.requestBody.content.application/json.schema``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SPEC_CANDIDATES = (
+    Path(os.environ.get("CLERK_SYNC_WEBHOOK_SPEC", "/nonexistent")),
+    Path(__file__).resolve().parents[1] / "clerk-openapi" / "webhooks-2025-04-15.yml",
+    Path(__file__).resolve().parents[2] / "shared" / "clerk-openapi" / "webhooks-2025-04-15.yml",
+)
+
+
+def spec_path() -> Path | None:
+    """Where the webhook spec is, if anywhere."""
+    return next((p for p in SPEC_CANDIDATES if p.is_file()), None)
+
+
+def _nullable(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_nullable(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _nullable(v) for k, v in node.items()}
+    if out.pop("nullable", False):
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
+        else:
+            return {"anyOf": [{"type": "null"}, out]}
+    return out
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    path = spec_path()
+    assert path is not None, "webhooks-2025-04-15.yml not found"
+    doc: dict[str, Any] = _nullable(yaml.safe_load(path.read_text()))
+    return doc
+
+
+def webhook_types() -> list[str]:
+    """Every event type the spec defines."""
+    return list(_spec()["x-webhooks"])
+
+
+def validate(event: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError unless ``event`` matches the schema of its type."""
+    doc = _spec()
+    pointer = "#/x-webhooks/" + event["type"] + "/post/requestBody/content/application~1json/schema"
+    schema = {**doc, "$ref": pointer}
+    jsonschema.Draft7Validator(schema).validate(event)
+
+
+def validate_if_available(event: dict[str, Any]) -> None:
+    """``validate`` when the spec is present (``../shared/clerk-openapi``), else nothing.
+
+    Scenario tests call this; ``tests/test_events.py`` is the place that insists on the spec.
+    """
+    if spec_path() is not None:
+        validate(event)
