@@ -137,6 +137,11 @@ class DaemonSettings:
     shutdown_timeout_s: float = 10.0
     lease_ttl_s: float = 60.0
     replica_id: str | None = None
+    max_concurrent_passes: int = 32
+    """Passes the daemon runs at once across all tenants (one per tenant at a time)."""
+    deliver: bool = True
+    """Deliver events to the configured sinks from the daemon (off if ``deliver --follow`` runs apart)."""
+    deliver_interval_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "sync.page_size": (1, 500),
     "sync.concurrency": (1, 1000),
     "database.pool_size": (1, 1000),
+    "daemon.max_concurrent_passes": (1, 10_000),
 }
 
 
@@ -280,7 +286,9 @@ def _check_range(value: float, key: str, where: str) -> Any:
     if key in _RANGES:
         lo, hi = _RANGES[key]
         if not lo <= value <= hi:
-            raise ConfigError(f"config error in {where}: `{key}` must be between {lo:g} and {hi:g} (got {value!r})")
+            raise ConfigError(
+                f"config error in {where}: `{key}` must be between {lo:g} and {hi:g} (got {value!r})"
+            )
     elif value < 0:
         raise ConfigError(f"config error in {where}: `{key}` must not be negative (got {value!r})")
     return value
@@ -330,7 +338,9 @@ def load_settings(path: Path | None = None, env: typing.Mapping[str, str] | None
         try:
             raw = file.read_bytes()
         except FileNotFoundError:
-            raise ConfigError(f"config error: {file} does not exist (pass --config PATH or unset {CONFIG_ENV})")
+            raise ConfigError(
+                f"config error: {file} does not exist (pass --config PATH or unset {CONFIG_ENV})"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"config error: cannot read {file}: {exc.strerror}") from None
         try:

@@ -55,7 +55,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Config file (else $CLERK_SYNC_CONFIG, ./clerk-sync.toml).")
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (else $CLERK_SYNC_CONFIG, ./clerk-sync.toml)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     log_format: Annotated[
@@ -103,5 +104,7 @@ def main() -> None:
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if STATE.debug:
             raise
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True
+        )
         sys.exit(1)

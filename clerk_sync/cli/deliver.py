@@ -23,7 +23,9 @@ app.add_typer(sinks_app, name="sinks")
 @app.command()
 def deliver(
     follow: Annotated[bool, typer.Option("--follow", help="Keep delivering until interrupted.")] = False,
-    interval_s: Annotated[float, typer.Option("--interval", help="Seconds between rounds with --follow.")] = 2.0,
+    interval_s: Annotated[
+        float, typer.Option("--interval", help="Seconds between rounds with --follow.")
+    ] = 2.0,
 ) -> None:
     """Deliver pending events to every configured sink (once, or continuously with --follow)."""
     settings = STATE.settings
@@ -39,7 +41,9 @@ def deliver(
             while True:
                 report = await deliverer.deliver_once()
                 failed = report.failed
-                typer.echo(f"delivered={report.delivered} failed={report.failed} waiting={report.waiting}", err=True)
+                typer.echo(
+                    f"delivered={report.delivered} failed={report.failed} waiting={report.waiting}", err=True
+                )
                 if not follow:
                     return failed
                 await asyncio.sleep(interval_s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel
@@ -74,7 +74,9 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 5, migrate: bool = True) -> Database:
+def open_database(
+    url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 5, migrate: bool = True
+) -> Database:
     """Create the engine (and the SQLite file, 0600), then bring the schema up to date."""
     try:
         parsed = make_url(url)
@@ -113,7 +115,9 @@ def open_database(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 5,
                 "PostgreSQL needs the psycopg driver: pip install 'clerk-sync[postgres]'"
             ) from None
     else:
-        raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://")
+        raise StoreError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://"
+        )
     db = Database(engine=engine, url=url)
     if migrate:
         try:
@@ -129,16 +133,22 @@ def _v1_create_all(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_create_all]
+def _v2_daemon_state(conn: Connection) -> None:
+    from clerk_sync.store.ops import migrate_daemon_state  # ops imports this module
+
+    migrate_daemon_state(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_create_all, _v2_daemon_state]
 """Step N brings the schema from version N to N+1. Append only; never edit a released step."""
 
 
 def schema_version(conn: Connection) -> int:
     """The applied migration count (0 for an empty database)."""
-    try:
-        row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
-    except SQLAlchemyError:
+    # Ask first instead of catching the error: on PostgreSQL a failed SELECT aborts the transaction.
+    if not inspect(conn).has_table("schema_version"):
         return 0
+    row = conn.execute(text("SELECT version FROM schema_version WHERE id = 1")).first()
     return int(row[0]) if row else 0
 
 
