@@ -12,8 +12,6 @@ from clerk_sync.resources import INVITATIONS, ORGANIZATION_MEMBERSHIPS, ORGANIZA
 from clerk_sync.simulator import SimulatedClerk
 from tests import webhook_schemas
 
-pytestmark = pytest.mark.skipif(webhook_schemas.spec_path() is None, reason="webhook spec not available")
-
 
 def test_event_ids_are_deterministic_and_never_repeat_across_versions() -> None:
     a = ev.event_id(1, "users", "u1", "user.updated", 2, "h1")

@@ -28,8 +28,6 @@ from tests.sync_world import World, make_world
 RESOURCES = ["users", "sessions"]
 ALWAYS_RECHECK = SessionSettings(max_requests_per_pass=1000, fresh_active_s=0.0, fresh_idle_s=0.0)
 
-pytestmark = pytest.mark.skipif(webhook_schemas.spec_path() is None, reason="webhook spec not found")
-
 
 @functools.cache
 def _session_schema() -> dict[str, Any]:

@@ -17,8 +17,8 @@ import yaml
 
 SPEC_CANDIDATES = (
     Path(os.environ.get("CLERK_SYNC_WEBHOOK_SPEC", "/nonexistent")),
-    Path(__file__).resolve().parents[1] / "clerk-openapi" / "webhooks-2025-04-15.yml",
-    Path(__file__).resolve().parents[2] / "shared" / "clerk-openapi" / "webhooks-2025-04-15.yml",
+    # Vendored (MIT, from clerk/openapi-specs) so the suite never silently skips without ../shared.
+    Path(__file__).resolve().parent / "clerk-openapi" / "webhooks-2025-04-15.yml",
 )
 
 
@@ -65,9 +65,5 @@ def validate(event: dict[str, Any]) -> None:
 
 
 def validate_if_available(event: dict[str, Any]) -> None:
-    """``validate`` when the spec is present (``../shared/clerk-openapi``), else nothing.
-
-    Scenario tests call this; ``tests/test_events.py`` is the place that insists on the spec.
-    """
-    if spec_path() is not None:
-        validate(event)
+    """``validate``; the spec is vendored in ``tests/clerk-openapi`` so this never silently passes."""
+    validate(event)

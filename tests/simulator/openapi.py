@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "clerk-openapi"
+SPEC_DIR = Path(__file__).resolve().parents[1] / "clerk-openapi"  # vendored copy of ../shared/clerk-openapi
 BAPI = SPEC_DIR / "bapi-2026-05-12.yml"
 WEBHOOKS = SPEC_DIR / "webhooks-2025-04-15.yml"
 
