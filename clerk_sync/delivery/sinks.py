@@ -23,7 +23,7 @@ from clerk_sync import __version__
 from clerk_sync.config import SinkSettings
 from clerk_sync.delivery.signing import SigningSecret
 from clerk_sync.errors import ClerkSyncError, ConfigError
-from clerk_sync.store.sinks import StoredEvent
+from clerk_sync.store.outbox import StoredEvent
 
 
 class DeliveryError(ClerkSyncError):

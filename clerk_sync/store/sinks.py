@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
+from clerk_sync.store import outbox
 from clerk_sync.store.db import Database
 from clerk_sync.store.models import OutboxEvent, SinkCursor, Tenant
+from clerk_sync.store.outbox import StoredEvent
 
 _outbox = OutboxEvent.__table__  # type: ignore[attr-defined]
 _cursor = SinkCursor.__table__  # type: ignore[attr-defined]
@@ -23,17 +25,6 @@ class PendingStream:
     delivered_seq: int
     attempts: int
     next_attempt_ms: int
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """An outbox row as delivery needs it: the payload bytes are sent exactly as stored."""
-
-    tenant_id: int
-    sequence: int
-    event_id: str
-    type: str
-    payload: str
 
 
 def pending_streams(db: Database, sink: str) -> list[PendingStream]:
@@ -64,14 +55,11 @@ def pending_streams(db: Database, sink: str) -> list[PendingStream]:
 
 def read_events(db: Database, tenant_id: int, after_seq: int, limit: int) -> list[StoredEvent]:
     """The next events of a tenant in sequence order."""
-    query = (
-        select(_outbox.c.tenant_id, _outbox.c.sequence, _outbox.c.event_id, _outbox.c.type, _outbox.c.payload)
-        .where(_outbox.c.tenant_id == tenant_id, _outbox.c.sequence > after_seq)
-        .order_by(_outbox.c.sequence)
-        .limit(limit)
-    )
     with db.read() as conn:
-        return [StoredEvent(*row) for row in conn.execute(query)]
+        return [
+            event
+            for _, event in outbox.read(conn, tenant_id=tenant_id, after_sequence=after_seq, limit=limit)
+        ]
 
 
 def _ensure_row(conn: Connection, sink: str, tenant_id: int) -> None:
