@@ -6,6 +6,7 @@
 Figures (issue 4, "Performance targets"), the rate limit lifted:
 
 - ``bare_walk_s``: fetch + parse of every users page (cursor walk, 500 per page), nothing stored;
+  the faster of two runs (before the passes and after them);
 - ``baseline_s`` / ``baseline_ratio``: the first full users pass (mirror built, no events), and
   its time over the bare walk (target <= 3);
 - ``resync_s`` / ``resync_ratio``: a full users pass after 1% of users were updated, 0.1% deleted
@@ -204,12 +205,16 @@ def main() -> None:
         expected = _change(api_url, args.users)
         resync = _run_child("--phase", "full", "--resources", "users", *common)
         events, seq = _events_by_type(state, seq)
-        walk_s = walk["seconds"]
+        walk_again = _run_child("--phase", "walk", *common)
+        # Conservative: the faster of two bare walks (before and after), so load on the machine
+        # during one of them cannot flatter the ratios.
+        walk_s = min(walk["seconds"], walk_again["seconds"])
         doc = {
             "users": args.users,
             "organizations": orgs,
             "memberships": baseline["organization_memberships"]["objects"],
             "bare_walk_s": walk_s,
+            "bare_walk_runs_s": [walk["seconds"], walk_again["seconds"]],
             "bare_walk_pages": walk["pages"],
             "baseline_s": baseline["users"]["seconds"],
             "baseline_ratio": round(baseline["users"]["seconds"] / walk_s, 2),

@@ -2,11 +2,15 @@
 
 Crash safety: a page's mirror writes, its events and (for a full pass) the pass's resume cursor
 commit together, and event ids are deterministic, so a kill at any point loses nothing and a
-re-run duplicates nothing. A full pass stopped early is resumed by the next full pass under the
-same pass id, keeping the ``seen_pass`` stamps already written valid.
+re-run duplicates nothing. A full pass stopped early (cursor-paged users) is resumed by the next
+full pass under the same pass id, keeping the seen marks already written valid. The tenant's
+lease (``tenant:<id>``) keeps two processes off one tenant; a lease left by a killed process of
+this host is taken over.
 
 Deletions are inferred only after a complete, error-free full pass, from the live mirror rows the
-pass did not stamp, and each candidate is confirmed with Clerk first (offset pages shift while
+pass did not see (rows it wrote carry ``seen_pass``; unchanged rows are listed in the small
+``mirror_seen`` table instead of being rewritten), and each candidate is confirmed with Clerk
+first (offset pages shift while
 data changes): users by ``GET /users?user_id=…`` batches, organizations by ``GET
 /organizations/{id}`` (404 = deleted), memberships by re-listing their organization, invitations
 by re-walking their lists.
@@ -16,7 +20,8 @@ overlap), then detects deletions without a full walk: ``/users/count`` against t
 and when they differ, bisection of ``created_at`` ranges whose remote and local counts differ
 until the ranges are small enough to fetch. An unchanged tenant costs two requests.
 
-Memory stays one page deep: the mirror answers the whole-tenant questions in SQL.
+Memory stays one page deep (plus one page prefetched while the previous one commits in a worker
+thread): the mirror answers the whole-tenant questions in SQL.
 """
 
 from __future__ import annotations

@@ -437,3 +437,21 @@ async def test_concurrent_passes_of_one_tenant_share_the_lease(world: World) -> 
     assert users.ok and orgs.ok
     assert leases.holder(world.db, f"tenant:{tenant.id}") is None  # released once both ended
     assert world.ctx.held == {}
+
+
+async def test_a_refused_resume_cursor_restarts_the_pass(world: World) -> None:
+    from clerk_sync.store import runs
+    from clerk_sync.store.db import now_ms
+
+    tenant_id = world.tenant().id
+    assert tenant_id is not None
+    with world.db.transaction() as conn:
+        run = runs.start(conn, tenant_id, "users", "full", now_ms())
+        runs.save_cursor(conn, run, '{"after": "user_unknown"}')
+        runs.finish(conn, run, "interrupted", now_ms())
+    results = await world.sync(resources=["users"], full=True)
+    assert results[0].ok, results
+    assert world.live_ids("users") == set(world.inst().user_ids())
+    with world.db.read() as conn:
+        statuses = [r.status for r in runs.last_runs(conn, tenant_id)]
+    assert statuses[:3] == ["ok", "failed", "interrupted"]
