@@ -772,6 +772,14 @@ async def _run_with_client(
     failure: BaseException | None = None
     try:
         await runner.run()
+    except asyncio.CancelledError:
+        # Cancelled at the shutdown deadline (e.g. in a long retry wait): committed pages stay,
+        # and the run row must not stay "running"; record it even though we are being cancelled.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                asyncio.to_thread(_finish, ctx, runner, "interrupted", "cancelled at the shutdown deadline")
+            )
+        raise
     except _Interrupted:
         status, error = "interrupted", "stopped at a page boundary"
     except KeyRejectedError as exc:

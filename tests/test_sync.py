@@ -455,3 +455,24 @@ async def test_a_refused_resume_cursor_restarts_the_pass(world: World) -> None:
     with world.db.read() as conn:
         statuses = [r.status for r in runs.last_runs(conn, tenant_id)]
     assert statuses[:3] == ["ok", "failed", "interrupted"]
+
+
+async def test_a_pass_cancelled_mid_page_records_interrupted_not_running(world: World) -> None:
+    from sqlalchemy import select
+
+    from clerk_sync.store.models import SyncRun
+
+    world.sim.inject("slow", count=100, path_prefix="/users", delay_s=30.0)
+    task = asyncio.create_task(world.sync(resources=["users"], full=True))
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        with world.db.read() as conn:
+            if conn.execute(select(SyncRun.__table__.c.id)).first():  # type: ignore[attr-defined]
+                break
+    await asyncio.sleep(0.1)
+    task.cancel()  # what the daemon does at its shutdown deadline
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with world.db.read() as conn:
+        statuses = [r[0] for r in conn.execute(select(SyncRun.__table__.c.status))]  # type: ignore[attr-defined]
+    assert statuses == ["interrupted"]

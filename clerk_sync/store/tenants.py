@@ -282,9 +282,10 @@ class TenantStore:
                 )
                 return {"tenant": 1}
             counts: dict[str, int] = {}
-            for name_ in ("mirror", "outbox", "watermark", "sync_run", "sink_cursor"):
-                table = SQLModel.metadata.tables[name_]
-                counts[table.name] = conn.execute(delete(table).where(table.c.tenant_id == tid)).rowcount
+            # Every table keyed by tenant, so a table added later is purged too.
+            for table in SQLModel.metadata.sorted_tables:
+                if "tenant_id" in table.c:
+                    counts[table.name] = conn.execute(delete(table).where(table.c.tenant_id == tid)).rowcount
             lease = SQLModel.metadata.tables["lease"]
             counts[lease.name] = conn.execute(delete(lease).where(lease.c.scope == f"tenant:{tid}")).rowcount
             counts["tenant"] = conn.execute(delete(TENANT).where(TENANT.c.id == tid)).rowcount
