@@ -42,7 +42,7 @@ import orjson
 from clerk_sync import events as ev
 from clerk_sync import session_policy as policy
 from clerk_sync.clerk.paging import parse_page
-from clerk_sync.diff import Fetched, prepare
+from clerk_sync.diff import prepare
 from clerk_sync.logs import log
 from clerk_sync.resources import SESSIONS, USERS
 from clerk_sync.store import mirror, outbox, runs, session_checks
@@ -338,7 +338,10 @@ class SessionsPass:
                 listing_complete=listing.complete,
                 extension_types=self.ext,
             )
-            rows.extend(self._row(f, version, now, known.get(f.object_id)) for f, version in d.upserts)
+            rows.extend(
+                mirror.live_row(self.tenant_id, f, version, now, _seen_pass(known.get(f.object_id)))
+                for f, version in d.upserts
+            )
             refreshed.extend(
                 {
                     "b_tenant": self.tenant_id,
@@ -439,23 +442,6 @@ class SessionsPass:
 
     # --- rows and events ----------------------------------------------------------------------
 
-    def _row(self, f: Fetched, version: int, now: int, k: StoredObject | None) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "resource": SESSIONS.name,
-            "object_id": f.object_id,
-            "data": f.data,
-            "content_hash": f.content_hash,
-            "version": version,
-            "created_at_ms": f.created_at_ms,
-            "updated_at_ms": f.updated_at_ms,
-            "parent_id": f.parent_id,
-            "first_seen_ms": now,
-            "last_seen_ms": now,
-            "seen_pass": k.seen_pass if k else 0,
-            "deleted_ms": None,
-        }
-
     def _event(
         self,
         type_: str,
@@ -500,3 +486,8 @@ def _lost_open_session(known: dict[str, StoredObject], listing: _Listing, now: i
             if when is None or when > now:
                 return True
     return False
+
+
+def _seen_pass(k: StoredObject | None) -> int:
+    """Sessions have no full-pass stamp of their own: keep the row's."""
+    return k.seen_pass if k else 0

@@ -48,7 +48,7 @@ from clerk_sync.clerk.client import ClerkClient, ClientOptions
 from clerk_sync.clerk.paging import parse_page
 from clerk_sync.clerk.walk import walk
 from clerk_sync.config import Settings
-from clerk_sync.diff import Fetched, changed_fields, diff_page, prepare
+from clerk_sync.diff import changed_fields, diff_page, prepare
 from clerk_sync.errors import (
     BadRequestError,
     BadResponseError,
@@ -283,7 +283,7 @@ class PassRunner:
             for f in d.created:
                 k = known.get(f.object_id)
                 version = k.version + 1 if k else 1
-                rows.append(self._row(resource, f, version, now, pass_id, k))
+                rows.append(mirror.live_row(self.tenant_id, f, version, now, _seen(pass_id, k)))
                 if self.emit:
                     for t in ev.event_types(
                         resource, "created", None, f.obj, extension_types=settings.extension_types
@@ -293,7 +293,9 @@ class PassRunner:
                         )
             for f, prior in d.updated:
                 version = prior.version + 1
-                rows.append(self._row(resource, f, version, now, pass_id, known[f.object_id]))
+                rows.append(
+                    mirror.live_row(self.tenant_id, f, version, now, _seen(pass_id, known[f.object_id]))
+                )
                 if self.emit:
                     old = orjson.loads(prior.data)
                     types = ev.event_types(
@@ -340,31 +342,6 @@ class PassRunner:
                 self.pages += 1
                 runs.save_cursor(conn, self.run_id, cursor, **self._counters())
         return len(appended)
-
-    def _row(
-        self,
-        resource: Resource,
-        f: Fetched,
-        version: int,
-        now: int,
-        pass_id: int | None,
-        k: StoredObject | None,
-    ) -> dict[str, Any]:
-        return {
-            "tenant_id": self.tenant_id,
-            "resource": resource.name,
-            "object_id": f.object_id,
-            "data": f.data,
-            "content_hash": f.content_hash,
-            "version": version,
-            "created_at_ms": f.created_at_ms,
-            "updated_at_ms": f.updated_at_ms,
-            "parent_id": f.parent_id,
-            "first_seen_ms": now,
-            "last_seen_ms": now,
-            "seen_pass": pass_id if pass_id is not None else (k.seen_pass if k else 0),
-            "deleted_ms": None,
-        }
 
     def _event(
         self,
@@ -745,6 +722,11 @@ async def prefetch(pages: AsyncIterator[T]) -> AsyncIterator[T]:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+def _seen(pass_id: int | None, k: StoredObject | None) -> int:
+    """The ``seen_pass`` to write: this full pass, else whatever the row had."""
+    return pass_id if pass_id is not None else (k.seen_pass if k else 0)
 
 
 # --- public entry points ---------------------------------------------------------------------

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clerk_sync.store.models import MirrorObject, MirrorSeen
+
+if TYPE_CHECKING:
+    from clerk_sync.diff import Fetched
 
 MIRROR = MirrorObject.__table__  # type: ignore[attr-defined]
 SEEN = MirrorSeen.__table__  # type: ignore[attr-defined]
@@ -288,3 +291,22 @@ def unseen_with_parent(
         )
     )
     return [_row(r) for r in rows]
+
+
+def live_row(tenant_id: int, f: Fetched, version: int, now_ms: int, seen_pass: int) -> dict[str, Any]:
+    """The mirror row (for ``upsert``) of a fetched object at ``version``, alive as of ``now_ms``."""
+    return {
+        "tenant_id": tenant_id,
+        "resource": f.resource.name,
+        "object_id": f.object_id,
+        "data": f.data,
+        "content_hash": f.content_hash,
+        "version": version,
+        "created_at_ms": f.created_at_ms,
+        "updated_at_ms": f.updated_at_ms,
+        "parent_id": f.parent_id,
+        "first_seen_ms": now_ms,
+        "last_seen_ms": now_ms,
+        "seen_pass": seen_pass,
+        "deleted_ms": None,
+    }
