@@ -143,3 +143,19 @@ def max_in_any_window(times: list[float], window_s: float = 10.0) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def enroll_state(settings: Any, tenant: str, key: str, api_url: str) -> None:
+    """Give ``settings.state_dir`` a master key and a database with ``tenant`` enrolled (verified)."""
+    from clerk_sync.enrollment import EnrollOptions, enroll
+    from clerk_sync.store.db import open_database
+    from clerk_sync.vault import MasterKey, SecretKey, load_keyring, write_master_key_file
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_master_key_file(settings.state_dir / "master.key", MasterKey.generate())
+    db = open_database(settings.database_url)
+    try:
+        keyring = load_keyring(settings, env={})
+        enroll(settings, db, keyring, tenant, SecretKey(key), EnrollOptions(api_url=api_url))
+    finally:
+        db.dispose()

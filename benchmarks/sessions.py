@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import control_url, peak_rss_mb, sim_stats, start_simulator
+from benchmarks.common import control_url, enroll_state, peak_rss_mb, sim_stats, start_simulator
 
 KEY = "sk_live_bench"
 TENANT = "bench"
@@ -61,21 +61,6 @@ def _settings(state: Path, api_url: str, **sessions: Any) -> Any:
         database=dataclasses.replace(base.database, url=f"sqlite:///{state / 'clerk-sync.db'}"),
         sessions=dataclasses.replace(SessionSettings(), **sessions),
     )
-
-
-def _prepare(state: Path, api_url: str) -> None:
-    from clerk_sync.enrollment import EnrollOptions, enroll
-    from clerk_sync.store.db import open_database
-    from clerk_sync.vault import MasterKey, SecretKey, load_keyring, write_master_key_file
-
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_master_key_file(state / "master.key", MasterKey.generate())
-    settings = _settings(state, api_url)
-    db = open_database(settings.database_url)
-    enroll(
-        settings, db, load_keyring(settings, env={}), TENANT, SecretKey(KEY), EnrollOptions(api_url=api_url)
-    )
-    db.dispose()
 
 
 def _by_path(api_url: str) -> Counter[str]:
@@ -157,7 +142,7 @@ def main() -> None:
         start_simulator(users=args.users, orgs=0, limit_per_10s=BIG_LIMIT) as api_url,
     ):
         state = Path(tmp) / "state"
-        _prepare(state, api_url)
+        enroll_state(_settings(state, api_url), TENANT, KEY, api_url)
         started = time.perf_counter()
         base_users = asyncio.run(_phase(state, api_url, ["users"], "full"))
         base_sessions = asyncio.run(

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import control_url, peak_rss_mb, start_simulator
+from benchmarks.common import control_url, enroll_state, peak_rss_mb, start_simulator
 
 KEY = "sk_live_bench"
 TENANT = "bench"
@@ -132,21 +132,6 @@ def _run_child(*argv: str) -> dict[str, Any]:
     return doc
 
 
-def _prepare(state: Path, api_url: str) -> None:
-    from clerk_sync.enrollment import EnrollOptions, enroll
-    from clerk_sync.store.db import open_database
-    from clerk_sync.vault import MasterKey, SecretKey, load_keyring, write_master_key_file
-
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_master_key_file(state / "master.key", MasterKey.generate())
-    settings = _settings(state, api_url)
-    db = open_database(settings.database_url)
-    enroll(
-        settings, db, load_keyring(settings, env={}), TENANT, SecretKey(KEY), EnrollOptions(api_url=api_url)
-    )
-    db.dispose()
-
-
 def _change(api_url: str, users: int) -> dict[str, int]:
     """1% updated, 0.1% deleted, 0.1% created, through the control API."""
     base = f"{control_url(api_url)}/instances/{KEY}"
@@ -194,7 +179,7 @@ def main() -> None:
         start_simulator(users=args.users, orgs=orgs, limit_per_10s=BIG_LIMIT) as api_url,
     ):
         state = Path(tmp) / "state"
-        _prepare(state, api_url)
+        enroll_state(_settings(state, api_url), TENANT, KEY, api_url)
         common = ["--api-url", api_url, "--state", str(state)]
         walk = _run_child("--phase", "walk", *common)
         baseline = _run_child(

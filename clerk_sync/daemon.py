@@ -52,6 +52,7 @@ from clerk_sync.logs import log
 from clerk_sync.metrics import BudgetSource, DaemonMetrics
 from clerk_sync.notify import Notifier
 from clerk_sync.resources import ALL, Resource
+from clerk_sync.sync import PassResult
 
 logger = logging.getLogger(__name__)
 
@@ -136,23 +137,6 @@ def tenant_version(tenant: Any) -> tuple[Any, ...]:
         "environment",
     )
     return tuple(getattr(tenant, f, None) for f in (*fields, "updated_ms"))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    """Stands in for a PassResult when the runner itself raised (a bug, or the DB went away)."""
-
-    tenant: str
-    resource: str
-    mode: str
-    error: str
-    status: str = "failed"
-    requests: int = 0
-    pages: int = 0
-    objects: int = 0
-    events: int = 0
-    rate_limited: int = 0
-    seconds: float = 0.0
 
 
 class Daemon:
@@ -538,7 +522,7 @@ class Daemon:
                     mode=mode,
                     error=_one_line(exc),
                 )
-                results = [_Failed(tenant.name, resource.name, mode, _one_line(exc))]
+                results = [PassResult(tenant.name, resource.name, mode, "failed", error=_one_line(exc))]
             finally:
                 self.running_passes -= 1
                 self._update_running()
