@@ -100,9 +100,12 @@ def run_demo(state_dir: Path, users: int, *, echo: Callable[[str], None] = print
             org = inst.create_org(name="Demo Org")
             inst.add_membership(org["id"], new_users[0]["id"], role="org:admin")
             invitation = inst.create_invitation("invitee@example.com")
+            inst.sign_in(new_users[1]["id"])
+            inst.sign_in(ids[5])
             echo(
                 "\n2. changed in Clerk: 3 users created, 2 updated, 1 deleted; "
-                f"organization {org['id']} created with a member; invitation {invitation['id']} sent"
+                f"organization {org['id']} created with a member; invitation {invitation['id']} sent; "
+                "2 users signed in"
             )
 
             echo("\n3. sync again (users incrementally):")

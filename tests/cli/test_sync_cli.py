@@ -221,5 +221,7 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "user.created" in result.stdout and "user.deleted" in result.stdout
     assert "organizationMembership.created" in result.stdout and "invitation.created" in result.stdout
+    assert "2 session.created" in result.stdout
+    assert "sk_live_demo" not in result.stdout + result.stderr
     assert (tmp_path / "demo" / "master.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "demo" / "clerk-sync.db").stat().st_mode & 0o777 == 0o600
