@@ -767,7 +767,7 @@ async def _run_with_client(
     except KeyRejectedError as exc:
         status, error, failure = (
             "failed",
-            f"Clerk rejected the key of tenant {tenant.name}: {_one_line(exc)}",
+            f"tenant {tenant.name} quarantined (skipped until re-enrolled): {_one_line(exc)}",
             exc,
         )
         assert tenant.id is not None

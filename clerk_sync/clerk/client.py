@@ -285,9 +285,11 @@ class ClerkClient:
             last = exc.last_attempt.exception()
             assert isinstance(last, ClerkError)
             elapsed_s = time.monotonic() - started
+            cause = str(last).removesuffix("; retrying")
             raise RetriesExhaustedError(
-                f"gave up on GET {path} after {exc.last_attempt.attempt_number} attempts in {elapsed_s:.0f} s; "
-                f"last error: {last}",
+                f"gave up on GET {path} after {exc.last_attempt.attempt_number} attempts in {elapsed_s:.0f} s "
+                f"({cause}); nothing was lost, the next pass tries again; if this persists check "
+                "Clerk's status page and `clerk.api_url`",
                 status=last.status,
                 code=last.code,
                 trace_id=last.trace_id,
