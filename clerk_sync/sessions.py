@@ -373,6 +373,7 @@ class SessionsPass:
             checks.append((check, now, policy.summarize(listing.items, now)))
             self.runner.objects += len(fetched)
         with self.db.transaction() as conn:
+            self.runner.fence(conn)
             mirror.upsert(conn, rows)
             mirror.refresh(conn, refreshed)
             mirror.tombstone(conn, self.tenant_id, SESSIONS.name, tombstones, now)
@@ -396,6 +397,7 @@ class SessionsPass:
     def _remove_deleted_batch(self) -> tuple[bool, int]:
         now = now_ms()
         with self.db.transaction() as conn:
+            self.runner.fence(conn)
             uids = session_checks.deleted_users_with_sessions(conn, self.tenant_id, limit=WRITE_BATCH)
             leftover = session_checks.deleted_users_with_checks(conn, self.tenant_id, limit=10_000)
             session_checks.forget(conn, self.tenant_id, leftover)

@@ -4,8 +4,9 @@ Crash safety: a page's mirror writes, its events and (for a full pass) the pass'
 commit together, and event ids are deterministic, so a kill at any point loses nothing and a
 re-run duplicates nothing. A full pass stopped early (cursor-paged users) is resumed by the next
 full pass under the same pass id, keeping the seen marks already written valid. The tenant's
-lease (``tenant:<id>``) keeps two processes off one tenant; a lease left by a killed process of
-this host is taken over.
+lease (``tenant:<id>``) keeps two processes off one tenant: it is renewed in the background while
+passes run and checked (fenced) in every write transaction; a lease left by a killed process of
+this host (and PID namespace) is taken over.
 
 Deletions are inferred only after a complete, error-free full pass, from the live mirror rows the
 pass did not see (rows it wrote carry ``seen_pass``; unchanged rows are listed in the small
@@ -41,6 +42,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
+from sqlalchemy import Connection
 
 from clerk_sync import events as ev
 from clerk_sync.clerk.budget import BudgetRegistry
@@ -131,7 +133,7 @@ class SyncContext:
     def __post_init__(self) -> None:
         if not self.owner:
             self.owner = self.settings.daemon.replica_id or (
-                f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                f"{_pid_scope()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             )
         if "sessions" not in self.handlers:
             # The per_user sessions pass (imported here: sessions.py imports this module).
@@ -247,6 +249,12 @@ class PassRunner:
 
     # --- writes (each call is one transaction, run in a worker thread) --------------------------
 
+    def fence(self, conn: Connection) -> None:
+        """First statement of every write transaction: raise unless we still hold the tenant's lease."""
+        scope = _lease_scope(self.tenant)
+        if not leases.hold(conn, scope, self.ctx.owner, self.ctx.settings.daemon.lease_ttl_s):
+            raise _LeaseLostError(f"lost the lease on tenant {self.tenant.name} to another process")
+
     async def apply_items(
         self,
         items: Sequence[dict[str, Any]],
@@ -276,6 +284,7 @@ class PassRunner:
         pass_id = self.pass_id if stamp else None
         settings = self.ctx.settings.events
         with self.ctx.db.transaction() as conn:
+            self.fence(conn)
             known = mirror.fetch(conn, self.tenant_id, resource.name, [f.object_id for f in fetched])
             d = diff_page(fetched, known)
             rows: list[dict[str, Any]] = []
@@ -392,6 +401,7 @@ class PassRunner:
                         self._event(resource, t, g.object_id, data, version, g.content_hash, now)
                     )
         with self.ctx.db.transaction() as conn:
+            self.fence(conn)
             mirror.tombstone(conn, self.tenant_id, resource.name, versions, now)
             appended = outbox.append(conn, self.tenant_id, new_events)
         self.events += len(appended)
@@ -596,6 +606,8 @@ class PassRunner:
         threshold = watermark_ms - overlap_ms
         newest = watermark_ms
         offset = 0
+        anchor: str | None = None
+        shifted = False
         while True:
             params = [("order_by", "-updated_at"), ("limit", str(self.page_size)), ("offset", str(offset))]
             page = await self.client.get_json(
@@ -604,6 +616,11 @@ class PassRunner:
             items = page.items
             if offset == 0 and items and isinstance(items[0].get("updated_at"), int):
                 newest = max(newest, int(items[0]["updated_at"]))
+            if anchor is not None and not any(i.get("id") == anchor for i in items):
+                # Users ahead of the walk were deleted (or the anchor was updated): the offset
+                # moved back and a user may have been skipped. Keep the old watermark so the next
+                # pass reads this stretch again instead of stepping over an unseen update.
+                shifted = True
             fresh = [
                 i for i in items if isinstance(i.get("updated_at"), int) and i["updated_at"] >= threshold
             ]
@@ -611,9 +628,13 @@ class PassRunner:
             await self.check_stop()
             if len(fresh) < len(items) or len(items) < self.page_size:
                 break
-            offset += len(items)
+            # Overlap pages by one user: the next page must contain this page's last one (the users
+            # after it are then its direct successors), else the walk shifted.
+            last_id = items[-1].get("id")
+            anchor = last_id if self.page_size > 1 and isinstance(last_id, str) else None
+            offset += len(items) - (1 if anchor is not None else 0)
         await self._reconcile_user_counts()
-        await asyncio.to_thread(self._set_watermark, newest)
+        await asyncio.to_thread(self._set_watermark, watermark_ms if shifted else newest)
 
     async def _remote_count(self, lo_ms: int | None = None, hi_ms: int | None = None) -> int:
         params: list[tuple[str, str]] = []
@@ -718,6 +739,8 @@ async def prefetch(pages: AsyncIterator[T]) -> AsyncIterator[T]:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
                 await pending
+        elif not pending.cancelled():
+            pending.exception()  # retrieved, so asyncio does not log "Task exception was never retrieved"
         aclose = getattr(it, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
@@ -841,10 +864,24 @@ async def _acquire(ctx: SyncContext, tenant: Tenant) -> str | None:
     return f"tenant {tenant.name} is being synced by {who}"
 
 
+def _pid_scope() -> str:
+    """Where our pids mean something: the hostname plus the PID namespace (Linux).
+
+    Containers sharing a hostname (host networking) have separate PID namespaces: a pid missing
+    here may be a live process there, so only owners of our own namespace can be judged dead.
+    """
+    host = socket.gethostname()
+    try:
+        ns = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return host
+    return f"{host}/{ns.removeprefix('pid:[').removesuffix(']').replace(':', '')}"
+
+
 def _owner_is_dead(owner: str) -> bool:
-    """True if ``owner`` names a process of this host that no longer exists."""
+    """True if ``owner`` names a process of this host (and PID namespace) that no longer exists."""
     parts = owner.split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != _pid_scope() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
     if pid == os.getpid():
@@ -884,6 +921,7 @@ async def _sync_tenant(
         log(logger, "sync.skipped", tenant=tenant.name, reason=busy)
         return [_skipped(tenant, r, mode, busy) for r in resources]
     results: list[PassResult] = []
+    keeper = asyncio.create_task(_keep_lease(ctx, tenant))
     try:
         try:
             client = ctx.open_client(tenant)
@@ -908,8 +946,31 @@ async def _sync_tenant(
                     results += [_skipped(tenant, r, mode, reason) for r in resources[i + 1 :]]
                     break
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await _release(ctx, tenant)
     return results
+
+
+async def _keep_lease(ctx: SyncContext, tenant: Tenant) -> None:
+    """Renew the tenant's lease every third of its TTL while its passes run.
+
+    Page boundaries (``check_stop``) are not enough: one request in retries (an outage, long
+    Retry-After waits) can outlast the TTL, and another process would then take the tenant.
+    A lost lease ends the renewals; the pass's next ``check_stop`` sees it and stops.
+    """
+    ttl_s = ctx.settings.daemon.lease_ttl_s
+    scope = _lease_scope(tenant)
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        try:
+            ok = await asyncio.to_thread(leases.renew, ctx.db, scope, ctx.owner, ttl_s)
+        except ClerkSyncError as exc:  # try again at the next tick; the lease still runs
+            log(logger, "sync.lease_renew_failed", logging.WARNING, tenant=tenant.name, error=_one_line(exc))
+            continue
+        if not ok:
+            return
 
 
 def default_handlers() -> dict[str, PassHandler]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -350,11 +350,10 @@ async def test_on_result_hears_every_pass_once(db_url: str, tmp_path: Path) -> N
 
 
 async def test_a_dead_owners_lease_is_taken_over(world: World) -> None:
-    import socket
-
     from clerk_sync.store import leases
+    from clerk_sync.sync import _pid_scope
 
-    dead = f"{socket.gethostname()}:999999:deadbeef"  # no such pid
+    dead = f"{_pid_scope()}:999999:deadbeef"  # no such pid
     assert leases.acquire(world.db, f"tenant:{world.tenant().id}", dead, 600)
     results = await world.sync(resources=["users"])
     assert results[0].ok
@@ -476,3 +475,25 @@ async def test_a_pass_cancelled_mid_page_records_interrupted_not_running(world: 
     with world.db.read() as conn:
         statuses = [r[0] for r in conn.execute(select(SyncRun.__table__.c.status))]  # type: ignore[attr-defined]
     assert statuses == ["interrupted"]
+
+
+async def test_prefetch_leaves_no_unretrieved_task_exception_when_the_consumer_stops() -> None:
+    # An interrupted pass stops consuming after a page while the next fetch has already ended
+    # (StopAsyncIteration on the last page): asyncio must not log "Task exception was never retrieved".
+    import gc
+
+    from clerk_sync.sync import prefetch
+
+    async def pages() -> AsyncIterator[int]:
+        yield 1
+
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+    gen = prefetch(pages())
+    assert await anext(gen) == 1
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the pending fetch finish
+    await gen.aclose()
+    del gen
+    gc.collect()
+    assert reported == []

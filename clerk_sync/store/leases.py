@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clerk_sync.store.db import Database, now_ms
@@ -47,6 +47,20 @@ def renew(db: Database, scope: str, owner: str, ttl_s: float) -> bool:
             .where(_C.scope == scope, _C.owner == owner)
             .values(lease_until_ms=now_ms() + int(ttl_s * 1000))
         )
+    return bool(res.rowcount)
+
+
+def hold(conn: Connection, scope: str, owner: str, ttl_s: float) -> bool:
+    """Inside a write transaction: extend our lease, False if another owner has it (fencing).
+
+    The row stays locked until the caller commits, so no one can take the lease in between: a
+    process whose lease was taken (it slept past the TTL) can never commit a write afterwards.
+    """
+    res = conn.execute(
+        update(LEASES)
+        .where(_C.scope == scope, _C.owner == owner)
+        .values(lease_until_ms=now_ms() + int(ttl_s * 1000))
+    )
     return bool(res.rowcount)
 
 

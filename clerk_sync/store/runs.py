@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from clerk_sync.store.models import SyncRun, Watermark
 
@@ -81,7 +81,15 @@ def find_resumable(conn: Connection, tenant_id: int, resource: str) -> Resumable
     ).first()
     if row is None or row.status == "ok" or not row.cursor or row.pass_id is None:
         return None
-    return Resumable(run_id=row.id, pass_id=row.pass_id, cursor=row.cursor, started_ms=row.started_ms)
+    # A pass resumed more than once began with its first run: pages walked then saw the data as of
+    # that start, so the users watermark must come from it, not from the latest resumption.
+    first_ms = conn.execute(
+        select(func.min(_R.started_ms)).where(
+            _R.tenant_id == tenant_id, _R.resource == resource, _R.pass_id == row.pass_id
+        )
+    ).scalar()
+    started = int(first_ms) if first_ms is not None else int(row.started_ms)
+    return Resumable(run_id=row.id, pass_id=row.pass_id, cursor=row.cursor, started_ms=started)
 
 
 def close_stale(conn: Connection, tenant_id: int, resource: str, now_ms: int) -> None:
