@@ -89,8 +89,16 @@ def enroll(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Tenant:
     """Verify ``key`` (unless told not to) and store it as tenant ``name``, new or replaced."""
-    if not name or len(name) > 100 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise TenantError(f"tenant names are letters, digits, '-', '_' and '.' (got {name!r})")
+    # A leading '-' would read as an option in every command that names the tenant afterwards.
+    if (
+        not name
+        or len(name) > 100
+        or not name[0].isalnum()
+        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise TenantError(
+            f"tenant names are letters, digits, '-', '_' and '.', starting with a letter or digit (got {name!r})"
+        )
     store = TenantStore(db)
     existing = None
     if options.replace:

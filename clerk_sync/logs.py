@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-SECRET_RE = re.compile(r"\b(sk_(?:live|test)_)[A-Za-z0-9_\-]+")
-"""Clerk secret keys: masked wherever they appear in a log line."""
+SECRET_RE = re.compile(r"(sk_(?:live|test)_)[A-Za-z0-9_\-]+")
+"""Clerk secret keys: masked wherever they appear in a log line. No ``\b`` before the prefix: in a
+JSON line a key after a newline follows the escape ``\n``, and ``%20`` or ``_`` may precede one too."""
 
 
 def redact(text: str) -> str:

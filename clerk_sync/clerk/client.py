@@ -288,8 +288,8 @@ class ClerkClient:
             cause = str(last).removesuffix("; retrying")
             raise RetriesExhaustedError(
                 f"gave up on GET {path} after {exc.last_attempt.attempt_number} attempts in {elapsed_s:.0f} s "
-                f"({cause}); nothing was lost, the next pass tries again; if this persists check "
-                "Clerk's status page and `clerk.api_url`",
+                f"({cause}); nothing was written, try again later (scheduled passes retry by themselves); "
+                "if this persists check Clerk's status page and `clerk.api_url`",
                 status=last.status,
                 code=last.code,
                 trace_id=last.trace_id,

@@ -16,6 +16,7 @@ import typer
 from clerk_sync import __version__
 from clerk_sync.config import Settings, load_settings
 from clerk_sync.errors import ClerkSyncError
+from clerk_sync.logs import redact
 
 app = typer.Typer(
     name="clerk-sync",
@@ -66,6 +67,10 @@ def _global(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    if log_format is not None and log_format not in ("auto", "json", "text"):
+        raise typer.BadParameter(
+            f"must be auto, json or text (got {log_format!r})", param_hint="--log-format"
+        )
     STATE.config_path = config
     STATE._settings = None  # a new invocation (tests run several in one process) reads config anew
     STATE.debug = debug
@@ -78,6 +83,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def one_line(text: str) -> str:
+    """Fold a multi-line message (libpq's, for one) into the single line every error gets, keys masked."""
+    return redact(" ".join(text.split()))
+
+
 def main() -> None:
     """Console entry point: run the app, map our errors to one line and an exit code."""
     try:
@@ -88,7 +98,7 @@ def main() -> None:
     except ClerkSyncError as exc:
         if STATE.debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -105,6 +115,7 @@ def main() -> None:
         if STATE.debug:
             raise
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True
+            f"error: unexpected {type(exc).__name__}: {one_line(str(exc))} (run with --debug for a traceback)",
+            err=True,
         )
         sys.exit(1)

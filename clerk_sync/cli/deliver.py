@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -24,7 +26,7 @@ app.add_typer(sinks_app, name="sinks")
 def deliver(
     follow: Annotated[bool, typer.Option("--follow", help="Keep delivering until interrupted.")] = False,
     interval_s: Annotated[
-        float, typer.Option("--interval", help="Seconds between rounds with --follow.")
+        float, typer.Option("--interval", min=0.01, help="Seconds between rounds with --follow.")
     ] = 2.0,
 ) -> None:
     """Deliver pending events to every configured sink (once, or continuously with --follow)."""
@@ -37,17 +39,32 @@ def deliver(
 
     async def rounds() -> int:
         failed = 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed = []
+        if follow:  # SIGTERM/SIGINT (systemctl stop, Ctrl-C): finish the round in flight, exit 0
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, stop.set)
+                    installed.append(sig)
         try:
             while True:
                 report = await deliverer.deliver_once()
                 failed = report.failed
-                typer.echo(
-                    f"delivered={report.delivered} failed={report.failed} waiting={report.waiting}", err=True
-                )
+                if not follow or report.delivered or report.failed:  # idle rounds stay quiet
+                    typer.echo(
+                        f"delivered={report.delivered} failed={report.failed} waiting={report.waiting}",
+                        err=True,
+                    )
                 if not follow:
                     return failed
-                await asyncio.sleep(interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval_s)
+                if stop.is_set():
+                    return 0
         finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
             await deliverer.aclose()
 
     failed = asyncio.run(rounds())

@@ -12,7 +12,9 @@ from clerk_sync.cli.app import app, fail
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on (keep it loopback).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 8080,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0 = any free port).")
+    ] = 8080,
     users: Annotated[int, typer.Option(min=0, help="Users per instance.")] = 1000,
     orgs: Annotated[int, typer.Option(min=0, help="Organizations per instance.")] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,

@@ -222,9 +222,9 @@ def events_command(
         list[str] | None,
         typer.Option("--type", help="Event type (user.updated) or prefix (user); repeatable."),
     ] = None,
-    after: Annotated[int, typer.Option("--after", help="Only events with a sequence above this.")] = 0,
+    after: Annotated[int, typer.Option("--after", min=0, help="Only events with a sequence above this.")] = 0,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="At most this many events (ignored with --follow).")
+        int, typer.Option("--limit", "-n", min=1, help="At most this many events (ignored with --follow).")
     ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One webhook-shaped envelope per line.")] = False,
     follow: Annotated[

@@ -127,6 +127,17 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _make_private_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and missing parents) with mode 0700, or fail with one line."""
+    try:
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise fail(
+            f"cannot create the {what} {path}: {exc.strerror}; check state_dir / database.url"
+        ) from None
+
+
 # --- init and keys -------------------------------------------------------------------------------
 
 
@@ -140,9 +151,12 @@ def init() -> None:
         note = "" if mode & 0o077 == 0 else f"; WARNING: mode {mode:04o}, run `chmod 700 {state_dir}`"
         typer.echo(f"state dir: {state_dir} (exists{note})")
     else:
-        state_dir.mkdir(parents=True, mode=0o700)
-        os.chmod(state_dir, 0o700)
+        _make_private_dir(state_dir, "state dir")
         typer.echo(f"state dir: {state_dir} (created, mode 0700)")
+    db_path = _sqlite_path(settings)
+    if db_path is not None and not db_path.parent.is_dir():
+        _make_private_dir(db_path.parent, "database directory")
+        typer.echo(f"database directory: {db_path.parent} (created, mode 0700)")
     db = _db(settings)
     try:
         with db.read() as conn:

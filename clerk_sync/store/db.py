@@ -31,9 +31,21 @@ def now_ms() -> int:
 
 
 def _prepare_sqlite_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Never create the directory here: a mistyped state_dir or database.url must be an error, not a
+    # fresh empty database (``clerk-sync init`` creates the directory, 0700).
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"the database directory {path.parent} does not exist: run `clerk-sync init` "
+            "(or fix state_dir / database.url)"
+        )
     if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the database file {path}: {exc.strerror} "
+                "(check state_dir / database.url and who owns the directory)"
+            ) from None
         os.close(fd)
 
 

@@ -208,7 +208,7 @@ async def test_retries_are_bounded_and_name_the_last_cause(
     assert "after 3 attempts" in message
     assert "server error (500 internal_clerk_error)" in message
     assert "retrying" not in message  # it gave up: the message says what happens next instead
-    assert "the next pass tries again" in message
+    assert "try again later" in message
     assert "\n" not in message
     assert info.value.status == 500
     assert len(httpx_mock.get_requests()) == 3

@@ -58,3 +58,29 @@ def test_a_command_that_fails_exits_non_zero(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: no sinks configured: add a [[sinks]] table to the config (see config.example.toml)"
     ]
+
+
+def test_an_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
+    # libpq's message spans two lines ("… Connection refused\n\tIs the server running …").
+    pytest.importorskip("psycopg")
+    url = "postgresql://clerk_sync:pw@127.0.0.1:1/clerk_sync"
+    result = run_cli("status", env={"CLERK_SYNC_DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot open the database postgresql://clerk_sync:***@")
+    assert "pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_out_of_range_port_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("simulate", "--port", "99999", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unknown_log_format_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli(
+        "--log-format", "jsno", "status", env={"CLERK_SYNC_STATE_DIR": str(tmp_path)}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "--log-format" in result.stderr and "Traceback" not in result.stderr

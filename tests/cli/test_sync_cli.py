@@ -73,6 +73,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         master = MasterKey.generate()
         write_master_key_file(key_file, master)
         db_file = tmp_path / "state" / "clerk-sync.db"
+        db_file.parent.mkdir(mode=0o700)
         config = tmp_path / "clerk-sync.toml"
         config.write_text(
             f'state_dir = "{tmp_path / "state"}"\n'
@@ -119,6 +120,11 @@ def test_sync_then_events(env: Env) -> None:
     assert only.returncode == 0 and gone in only.stdout and uid not in only.stdout
     after = env.run("events", "--after", "1", "--json")
     assert [json.loads(x)["type"] for x in after.stdout.splitlines()] == ["user.deleted"]
+    one = env.run("events", "--limit", "1", "--json")
+    assert [json.loads(x)["type"] for x in one.stdout.splitlines()] == ["user.updated"]
+    for bad in (["--limit", "-5"], ["--limit", "0"], ["--after", "-1"]):
+        refused = env.run("events", *bad)  # not "every event" (SQLite reads LIMIT -5 as no limit)
+        assert refused.returncode == 2 and not refused.stdout, (bad, refused.stdout)
 
 
 def test_backfill_logs_one_line_per_pass_and_exits_0(env: Env) -> None:
@@ -225,3 +231,41 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     assert "sk_live_demo" not in result.stdout + result.stderr
     assert (tmp_path / "demo" / "master.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "demo" / "clerk-sync.db").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_deliver_follow_stops_cleanly_on_a_signal(env: Env, tmp_path: Path, sig: signal.Signals) -> None:
+    # `deliver --follow` is documented as a service of its own: `systemctl stop` must end it with 0,
+    # after the round in flight, not kill it mid-delivery.
+    out = tmp_path / "events.jsonl"
+    env.config.write_text(env.config.read_text() + f'[[sinks]]\nkind = "jsonl"\nname = "f"\npath = "{out}"\n')
+    assert env.run("sync", "-r", "users").returncode == 0
+    inst = env.sim.instance("sk_live_acme")
+    inst.update_user(inst.user_ids()[3], first_name="Sig")
+    assert env.run("sync", "-r", "users").returncode == 0
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clerk_sync",
+            "--config",
+            str(env.config),
+            "deliver",
+            "--follow",
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    )
+    assert child.stderr is not None
+    first = child.stderr.readline()  # the first round delivered the event
+    assert first.startswith("delivered=1 "), first
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert "Traceback" not in err and "delivered=" not in err  # idle rounds print nothing
+    assert [json.loads(line)["type"] for line in out.read_text().splitlines()] == ["user.updated"]

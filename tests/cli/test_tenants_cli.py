@@ -129,6 +129,43 @@ def test_init_creates_the_configured_key_file(cli: Cli, monkeypatch: pytest.Monk
     assert not (cli.state / "master.key").exists()
 
 
+def test_a_missing_database_directory_is_an_error_not_a_fresh_empty_database(
+    cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped state_dir must not silently become a new empty database (status: "no tenants").
+    for args in (("status",), ("tenants", "list"), ("events",), ("sync",)):
+        code, err = cli.main(*args, capsys=capsys)
+        assert code == 1, (args, err)
+        assert err.startswith("error: the database directory") and "clerk-sync init" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not cli.state.exists()
+    cli.ok("init")  # init creates it
+    assert _mode(cli.state) == 0o700
+
+
+def test_an_unusable_state_dir_is_one_clear_line(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = cli.home / "a-file"
+    blocker.write_text("")
+    for state in (blocker, blocker / "sub"):
+        monkeypatch.setenv("CLERK_SYNC_STATE_DIR", str(state))
+        for args in (("init",), ("status",)):
+            code, err = cli.main(*args, capsys=capsys)
+            assert code == 1, (args, err)
+            assert "unexpected" not in err and "Traceback" not in err, err
+            assert str(state) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_init_creates_the_directory_of_a_configured_database_url(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db_file = cli.home / "db.d" / "mirror.db"
+    monkeypatch.setenv("CLERK_SYNC_DATABASE_URL", f"sqlite:///{db_file}")
+    cli.ok("init")
+    assert _mode(db_file.parent) == 0o700 and _mode(db_file) == 0o600
+
+
 def test_enroll_and_list(ready: Cli, sim: SimulatedClerk) -> None:
     out = ready.ok("enroll", "acme", "--key-stdin", input=LIVE_KEY + "\n")
     prod = sim.instance(LIVE_KEY)

@@ -60,6 +60,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def sqlite_db(db_path: Path) -> Iterator[Database]:
     """A SQLite database whose files tests read byte by byte."""
+    db_path.parent.mkdir(mode=0o700, exist_ok=True)
     database = open_database(f"sqlite:///{db_path}")
     yield database
     database.dispose()

@@ -185,7 +185,7 @@ def test_nothing_secret_in_logs_at_debug(
         assert_no_secret(repr(record.__dict__))
 
 
-@pytest.mark.parametrize("name", ["", "a b", "x/y", "semi;colon"])
+@pytest.mark.parametrize("name", ["", "a b", "x/y", "semi;colon", "-x", "--purge", ".hidden"])
 def test_tenant_names_are_plain(settings: Settings, db: Database, keyring: Keyring, name: str) -> None:
     from clerk_sync.errors import TenantError
 
