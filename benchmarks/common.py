@@ -159,3 +159,31 @@ def enroll_state(settings: Any, tenant: str, key: str, api_url: str) -> None:
         enroll(settings, db, keyring, tenant, SecretKey(key), EnrollOptions(api_url=api_url))
     finally:
         db.dispose()
+
+
+async def timed_passes(
+    settings: Any, db: Any, tenant: str, resources: list[str], mode: str
+) -> dict[str, Any]:
+    """Run one pass per resource for ``tenant``, in order; per-resource seconds, status and counts."""
+    from clerk_sync.clerk.budget import BudgetRegistry
+    from clerk_sync.resources import BY_NAME
+    from clerk_sync.store.tenants import TenantStore
+    from clerk_sync.sync import SyncContext, run_pass
+    from clerk_sync.vault import load_keyring
+
+    ctx = SyncContext(settings, db, load_keyring(settings, env={}), BudgetRegistry(settings.rate))
+    row = TenantStore(db).get(tenant)
+    out: dict[str, Any] = {}
+    for name in resources:
+        started = time.perf_counter()
+        result = await run_pass(ctx, row, BY_NAME[name], mode)  # type: ignore[arg-type]
+        out[name] = {
+            "seconds": round(time.perf_counter() - started, 3),
+            "status": result.status,
+            "mode": result.mode,
+            "requests": result.requests,
+            "objects": result.objects,
+            "events": result.events,
+            **({"error": result.error} if result.error else {}),
+        }
+    return out

@@ -33,7 +33,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import control_url, enroll_state, peak_rss_mb, sim_stats, start_simulator
+from benchmarks.common import (
+    control_url,
+    enroll_state,
+    peak_rss_mb,
+    sim_stats,
+    start_simulator,
+    timed_passes,
+)
 
 KEY = "sk_live_bench"
 TENANT = "bench"
@@ -76,31 +83,15 @@ async def _phase(
     state: Path, api_url: str, resources: list[str], mode: str, **sessions: Any
 ) -> dict[str, Any]:
     """Run passes; return per-resource figures and the simulator's request counts by path."""
-    from clerk_sync.clerk.budget import BudgetRegistry
-    from clerk_sync.resources import BY_NAME
     from clerk_sync.store import session_checks
     from clerk_sync.store.db import open_database
     from clerk_sync.store.tenants import TenantStore
-    from clerk_sync.sync import SyncContext, run_pass
-    from clerk_sync.vault import load_keyring
 
     settings = _settings(state, api_url, **sessions)
     db = open_database(settings.database_url)
-    ctx = SyncContext(settings, db, load_keyring(settings, env={}), BudgetRegistry(settings.rate))
     tenant = TenantStore(db).get(TENANT)
     before = _by_path(api_url)
-    out: dict[str, Any] = {}
-    for name in resources:
-        started = time.perf_counter()
-        result = await run_pass(ctx, tenant, BY_NAME[name], mode)  # type: ignore[arg-type]
-        out[name] = {
-            "seconds": round(time.perf_counter() - started, 3),
-            "status": result.status,
-            "mode": result.mode,
-            "requests": result.requests,
-            "events": result.events,
-            **({"error": result.error} if result.error else {}),
-        }
+    out = await timed_passes(settings, db, TENANT, resources, mode)
     delta = _by_path(api_url) - before
     assert tenant.id is not None
     pending, stalest = session_checks.sessions_backlog(db, tenant.id, settings=settings.sessions)

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import control_url, enroll_state, peak_rss_mb, start_simulator
+from benchmarks.common import control_url, enroll_state, peak_rss_mb, start_simulator, timed_passes
 
 KEY = "sk_live_bench"
 TENANT = "bench"
@@ -79,32 +79,14 @@ async def _bare_walk(api_url: str) -> dict[str, Any]:
 
 
 async def _passes(state: Path, api_url: str, resources: list[str], mode: str) -> dict[str, Any]:
-    from clerk_sync.clerk.budget import BudgetRegistry
-    from clerk_sync.resources import BY_NAME
     from clerk_sync.store.db import open_database
-    from clerk_sync.store.tenants import TenantStore
-    from clerk_sync.sync import SyncContext, run_pass
-    from clerk_sync.vault import load_keyring
 
     settings = _settings(state, api_url)
     db = open_database(settings.database_url)
-    ctx = SyncContext(settings, db, load_keyring(settings, env={}), BudgetRegistry(settings.rate))
-    tenant = TenantStore(db).get(TENANT)
-    out = {}
-    for name in resources:
-        started = time.perf_counter()
-        result = await run_pass(ctx, tenant, BY_NAME[name], mode)  # type: ignore[arg-type]
-        out[name] = {
-            "seconds": round(time.perf_counter() - started, 3),
-            "status": result.status,
-            "mode": result.mode,
-            "requests": result.requests,
-            "objects": result.objects,
-            "events": result.events,
-            "error": result.error,
-        }
-    db.dispose()
-    return out
+    try:
+        return await timed_passes(settings, db, TENANT, resources, mode)
+    finally:
+        db.dispose()
 
 
 def _child(args: argparse.Namespace) -> None:
