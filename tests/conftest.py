@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from clerk_sync.store.db import Database, open_database
+
 PG_ENV = "CLERK_SYNC_TEST_PG_URL"
 
 
@@ -62,3 +64,11 @@ def db_url(request: pytest.FixtureRequest) -> str:
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
     url: str = request.getfixturevalue(name)
     return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A fresh, migrated database on every configured backend."""
+    database = open_database(db_url)
+    yield database
+    database.dispose()

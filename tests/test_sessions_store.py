@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -13,18 +12,11 @@ from clerk_sync.config import SessionSettings
 from clerk_sync.session_policy import DAY_MS as DAY
 from clerk_sync.session_policy import CheckState, SessionSummary, plan_checks
 from clerk_sync.store import mirror, session_checks
-from clerk_sync.store.db import Database, open_database
-from tests.store.conftest import add_tenant
+from clerk_sync.store.db import Database
+from tests.factories import add_tenant
 
 NOW = 1_790_000_000_000 + 12 * 3_600_000
 SETTINGS = SessionSettings(max_requests_per_pass=50, fresh_active_s=900.0, fresh_idle_s=86_400.0)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

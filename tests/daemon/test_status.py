@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import insert
 
 from clerk_sync.config import Settings, SinkSettings
 from clerk_sync.status import build_status, render_text
 from clerk_sync.store import ops, runs
-from clerk_sync.store.db import Database, now_ms, open_database
-from clerk_sync.store.models import MirrorObject, OutboxEvent, SinkCursor, Tenant
+from clerk_sync.store.db import Database, now_ms
+from clerk_sync.store.models import MirrorObject, OutboxEvent, SinkCursor
+from tests import factories
 
 NOW = 1_800_000_000_000
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    yield database
-    database.dispose()
-
-
 def add_tenant(db: Database, name: str, instance_id: str | None = None, key_status: str = "ok") -> int:
-    with db.transaction() as conn:
-        return int(
-            conn.execute(
-                insert(Tenant.__table__).values(  # type: ignore[attr-defined]
-                    name=name,
-                    enabled=True,
-                    key_status=key_status,
-                    instance_id=instance_id,
-                    environment="production",
-                    event_seq=0,
-                    created_ms=now_ms(),
-                    updated_ms=now_ms(),
-                )
-            ).inserted_primary_key[0]
-        )
+    return factories.add_tenant(
+        db, name, instance_id=instance_id, key_status=key_status, environment="production"
+    )
 
 
 def add_run(db: Database, tid: int, resource: str, status: str, finished: int | None, **kw: Any) -> None:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 import standardwebhooks
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +16,7 @@ from clerk_sync.delivery.signing import SigningSecret
 from clerk_sync.delivery.sinks import JsonlSink, WebhookSink
 from clerk_sync.delivery.worker import Deliverer, backoff_s
 from clerk_sync.store import sinks as cursors
-from clerk_sync.store.db import Database, now_ms, open_database
+from clerk_sync.store.db import Database, now_ms
 from clerk_sync.store.models import OutboxEvent, Tenant
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -43,11 +42,6 @@ class Receiver:
         self.received.append(payload)
         self.ids.append(request.headers["svix-id"])
         return Response(status_code=204)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return open_database(f"sqlite:///{tmp_path / 'd.db'}")
 
 
 def _seed(db: Database, tenant: str, n: int) -> int:

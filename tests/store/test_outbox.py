@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from clerk_sync.store import outbox
 from clerk_sync.store.db import Database
-from tests.store.conftest import add_tenant
+from tests.factories import add_tenant
 
 
 def event(eid: str, type_: str = "user.created") -> outbox.NewEvent:

@@ -45,14 +45,6 @@ def keyring(master: MasterKey) -> Keyring:
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    """A fresh database on every configured backend (SQLite, and PostgreSQL in CI)."""
-    database = open_database(db_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "clerk-sync.db"
 
