@@ -54,6 +54,9 @@ from clerk_sync.notify import Notifier
 from clerk_sync.resources import ALL, Resource
 from clerk_sync.sync import PassResult
 
+EXIT_TEMPFAIL = 75
+"""sysexits' EX_TEMPFAIL: nothing failed, but the work is not all done; try again."""
+
 logger = logging.getLogger(__name__)
 
 MODES = ("incremental", "full")
@@ -194,8 +197,10 @@ class Daemon:
         self.results: list[Any] = []
         """Recent pass results (the last 1000)."""
         self.passes_done = 0
-        self.passes_not_ok = 0
-        """Passes that neither succeeded nor were skipped (``run --once`` exits 1 if any)."""
+        self.passes_failed = 0
+        """Failed passes (``run --once`` exits 1 if any)."""
+        self.passes_interrupted = 0
+        """Passes stopped by a signal (``run --once`` exits 75 if any and none failed, like ``sync``)."""
         self.started_ms = int(time.time() * 1000)
         self._budget_samples: dict[str, deque[tuple[float, int]]] = {}
         self._last_budget_sample: float | None = None
@@ -304,7 +309,11 @@ class Daemon:
         return 0
 
     async def run_once(self) -> int:
-        """Run every (tenant, resource) once, in dependency order per tenant; 0 only if all succeeded."""
+        """Run every (tenant, resource) once, in dependency order per tenant.
+
+        Exit code as for ``sync``: 0 all succeeded (or were skipped: another process held the
+        tenant), 1 a pass failed, 75 (EX_TEMPFAIL) interrupted by a signal, nothing failed.
+        """
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         watcher = asyncio.create_task(self._stop_watcher(), name="clerk-sync-stop-watcher")
@@ -323,9 +332,11 @@ class Daemon:
                 await watcher
             for sig in installed:
                 loop.remove_signal_handler(sig)
-        ok = self.passes_not_ok == 0
+        ok = self.passes_failed == 0 and self.passes_interrupted == 0
         log(logger, "daemon.once_done", tenants=len(self.tenants), passes=self.passes_done, ok=ok)
-        return 0 if ok else 1
+        if self.passes_failed:
+            return 1
+        return EXIT_TEMPFAIL if self.passes_interrupted else 0
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         installed: list[int] = []
@@ -538,8 +549,10 @@ class Daemon:
             self.results.append(r)
             status = getattr(r, "status", "failed")
             self.passes_done += 1
-            if status not in ("ok", "skipped"):
-                self.passes_not_ok += 1
+            if status == "interrupted":
+                self.passes_interrupted += 1
+            elif status not in ("ok", "skipped"):
+                self.passes_failed += 1
             key = (str(tenant.name), str(getattr(r, "resource", "?")))
             if status == "failed":
                 self._failing.pop(key, None)  # re-insert: most recent last

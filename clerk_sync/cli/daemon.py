@@ -15,7 +15,10 @@ from clerk_sync.logs import setup_logging
 @app.command()
 def run(
     once: Annotated[
-        bool, typer.Option("--once", help="Run every job once and exit: 0 only if every pass succeeded.")
+        bool,
+        typer.Option(
+            "--once", help="Run every job once and exit: 0 all succeeded, 1 a pass failed, 75 interrupted."
+        ),
     ] = False,
 ) -> None:
     """Run the daemon: scheduled passes for every tenant until SIGTERM (reload tenants on SIGHUP)."""

@@ -282,7 +282,7 @@ async def test_run_once_runs_every_job_once_in_dependency_order() -> None:
     assert [r for t, r, _ in calls if t == "a"] == [r.name for r in ALL]
 
 
-@pytest.mark.parametrize(("status", "code"), [("ok", 0), ("skipped", 0), ("failed", 1), ("interrupted", 1)])
+@pytest.mark.parametrize(("status", "code"), [("ok", 0), ("skipped", 0), ("failed", 1), ("interrupted", 75)])
 async def test_run_once_exit_code(status: str, code: int) -> None:
     async def run(tenant: Any, resource: Resource, mode: str, stop: asyncio.Event) -> list[FakeResult]:
         s = status if tenant.name == "b" else "ok"
