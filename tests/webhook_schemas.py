@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tests.openapi_schema import to_json_schema
+
 SPEC_CANDIDATES = (
     Path(os.environ.get("CLERK_SYNC_WEBHOOK_SPEC", "/nonexistent")),
     # Vendored (MIT, from clerk/openapi-specs) so the suite never silently skips without ../shared.
@@ -27,27 +29,11 @@ def spec_path() -> Path | None:
     return next((p for p in SPEC_CANDIDATES if p.is_file()), None)
 
 
-def _nullable(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_nullable(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _nullable(v) for k, v in node.items()}
-    if out.pop("nullable", False):
-        if isinstance(out.get("type"), str):
-            out["type"] = [out["type"], "null"]
-            if "enum" in out:
-                out["enum"] = [*out["enum"], None]
-        else:
-            return {"anyOf": [{"type": "null"}, out]}
-    return out
-
-
 @functools.cache
 def _spec() -> dict[str, Any]:
     path = spec_path()
     assert path is not None, "webhooks-2025-04-15.yml not found"
-    doc: dict[str, Any] = _nullable(yaml.safe_load(path.read_text()))
+    doc: dict[str, Any] = to_json_schema(yaml.safe_load(path.read_text()))
     return doc
 
 

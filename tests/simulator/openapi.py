@@ -14,32 +14,18 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tests.openapi_schema import to_json_schema
+
 SPEC_DIR = Path(__file__).resolve().parents[1] / "clerk-openapi"  # vendored copy of ../shared/clerk-openapi
 BAPI = SPEC_DIR / "bapi-2026-05-12.yml"
 WEBHOOKS = SPEC_DIR / "webhooks-2025-04-15.yml"
-
-
-def _convert(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_convert(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _convert(v) for k, v in node.items() if k != "discriminator"}
-    if out.pop("nullable", False):
-        if isinstance(out.get("type"), str) and not ({"oneOf", "anyOf", "allOf"} & out.keys()):
-            out["type"] = [out["type"], "null"]
-            if "enum" in out:
-                out["enum"] = [*out["enum"], None]
-        else:
-            return {"anyOf": [{"type": "null"}, out]}
-    return out
 
 
 @functools.cache
 def _components(path: Path) -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     doc = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 (a safe loader)
-    return {"components": {"schemas": _convert(doc["components"]["schemas"])}}
+    return {"components": {"schemas": to_json_schema(doc["components"]["schemas"])}}
 
 
 def validator(path: Path, name: str) -> jsonschema.Draft7Validator:
