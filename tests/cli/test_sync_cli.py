@@ -269,3 +269,42 @@ def test_deliver_follow_stops_cleanly_on_a_signal(env: Env, tmp_path: Path, sig:
     assert child.returncode == 0, err
     assert "Traceback" not in err and "delivered=" not in err  # idle rounds print nothing
     assert [json.loads(line)["type"] for line in out.read_text().splitlines()] == ["user.updated"]
+
+
+def _run_on_a_terminal(env: Env, *args: str) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell would."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clerk_sync", "--config", str(env.config), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env={**_clean_env(), "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(secondary)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_on_a_terminal_sync_prints_a_table_and_backfill_a_progress_bar(env: Env) -> None:
+    code, screen = _run_on_a_terminal(env, "sync", "--resource", "users")
+    assert code == 0, screen
+    assert "┃" in screen and "objects" in screen  # the rich table (box drawing), not log lines
+    assert "acme" in screen and "users" in screen
+    assert '{"ts"' not in screen  # no JSON log lines on a terminal
+
+    code, screen = _run_on_a_terminal(env, "backfill", "--resource", "users")
+    assert code == 0, screen
+    assert "acme/users ok" in screen  # the progress bar's description after the pass
+    assert "100%" in screen
